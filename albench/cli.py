@@ -211,11 +211,12 @@ def prepare(dataset: str, root: Path | None, jobs: int, force: bool, preset: str
     recipe = datasets.get(dataset).obj()
     if getattr(recipe, "requires_root", False) and root is None:
         raise ConfigError(f"albench prepare {dataset}: --root DIR is required (the raw data set's folder)")
-    params = dict(recipe.protocol(preset, {}))
-    for key, value in parse_overrides(overrides):
+    defaults = dict(recipe.protocol(preset, {}))
+    fixed = {key: coerce(key, value, defaults.get(key)) for key, value in parse_overrides(overrides)}
+    params = dict(recipe.protocol(preset, fixed))
+    for key in fixed:
         if key not in params:
             raise ConfigError(f"--set {key}: unknown protocol parameter of {dataset} (valid: {', '.join(sorted(params))})")
-        params[key] = coerce(key, value, params[key])
     path = recipe.prepare(cache=cache or default_cache_dir(), params=params, root=root, jobs=jobs, force=force)
     stdout.print(f"prepared {dataset}: {path}", highlight=False)
 

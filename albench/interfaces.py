@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from albench.prepared import PreparedDataset
+
+if TYPE_CHECKING:  # torch is heavy to import; commands such as `albench prepare` do not need it
+    import torch
 
 TASK_KINDS = ("segmentation", "multilabel", "multiclass")
 PRESETS = ("paper", "quick", "smoke")
@@ -95,11 +97,11 @@ class Task(Protocol):
     default_preset: ClassVar[str]
     presets: ClassVar[dict[str, dict[str, Any]]]
 
-    def fit(self, labelled: np.ndarray, *, generator: torch.Generator, progress: Progress = no_progress) -> FitResult: ...
+    def fit(self, labelled: np.ndarray, *, generator: "torch.Generator", progress: Progress = no_progress) -> FitResult: ...
 
     def describe(self) -> dict[str, Any]: ...
 
-    def predict(self, model: Any, ids: torch.Tensor) -> torch.Tensor:
+    def predict(self, model: Any, ids: "torch.Tensor") -> "torch.Tensor":
         """Class probabilities (N, C) (segmentation: per-pixel, (N, C, H, W)) for train items."""
         ...
 

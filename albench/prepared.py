@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -174,6 +175,36 @@ def find_prepared(cache: Path, dataset: str, protocol: Mapping[str, Any]) -> Pat
     return path if (path / MANIFEST).is_file() else None
 
 
+_OWNER = ".owner"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(final: Path) -> None:
+    """Delete temporary build folders of ``final`` whose builder process (on this host) is dead.
+
+    A build killed with SIGKILL cannot clean up after itself; its ``.tmp-*`` folder is never read,
+    but it would waste disk. Folders of live builders, of other hosts (shared file systems) or
+    without an owner record are left alone.
+    """
+    host = socket.gethostname()
+    for tmp in final.parent.glob(f".tmp-{final.name}-*"):
+        try:
+            owner_host, pid = (tmp / _OWNER).read_text().split()
+        except (OSError, ValueError):
+            continue
+        if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
 def building(cache: Path, dataset: str, protocol: Mapping[str, Any], *, force: bool = False) -> Iterator[Path]:
     """Yield a private temporary folder to build into; publish it only if the block succeeds.
@@ -183,11 +214,14 @@ def building(cache: Path, dataset: str, protocol: Mapping[str, Any], *, force: b
     """
     final = Path(cache) / dataset / protocol_hash(protocol)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
+        (tmp / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         yield tmp
         if not (tmp / MANIFEST).is_file():
             raise RuntimeError("building(): write_prepared() was not called")
+        (tmp / _OWNER).unlink(missing_ok=True)
         if final.exists():
             if not force:
                 shutil.rmtree(tmp)
@@ -199,6 +233,63 @@ def building(cache: Path, dataset: str, protocol: Mapping[str, Any], *, force: b
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_file_backed(array: Any, file: Path) -> bool:
+    """True when ``array`` is a memory map of exactly ``file`` (written in place by NpyAppender)."""
+    filename = getattr(array, "filename", None)
+    return isinstance(array, np.memmap) and filename is not None and Path(filename).resolve() == Path(file).resolve()
+
+
+class NpyAppender:
+    """Write a ``.npy`` file block by block when the number of items is not known in advance.
+
+    The header is written with a fixed width and rewritten with the final length at
+    :meth:`close`, so a large prepared array goes to disk as cases are decoded instead of being
+    gathered in memory and copied once more by a concatenation. ``close`` returns the file opened
+    memory-mapped; :func:`write_prepared` recognises it and does not write it again.
+    """
+
+    _HEADER_BYTES = 256  # a multiple of 64, as numpy aligns it; room for any realistic shape
+
+    def __init__(self, path: Path, item_shape: tuple[int, ...], dtype: Any) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.item_shape = tuple(int(d) for d in item_shape)
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        self._handle = open(self.path, "wb")
+        self._write_header()
+
+    def _write_header(self) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.count, *self.item_shape)}
+        text = repr(header).encode("latin1")
+        room = self._HEADER_BYTES - 10 - 1
+        if len(text) > room:
+            raise ValueError(f"{self.path}: header too long for shape {header['shape']}")
+        self._handle.seek(0)
+        self._handle.write(b"\x93NUMPY\x01\x00" + (room + 1).to_bytes(2, "little") + text.ljust(room) + b"\n")
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.item_shape:
+            raise ValueError(f"{self.path}: block of shape {block.shape} does not fit items of {self.item_shape}")
+        self._handle.seek(0, os.SEEK_END)
+        self._handle.write(block.tobytes())
+        self.count += len(block)
+
+    def close(self) -> np.ndarray:
+        self._write_header()
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        if self.count == 0:  # an empty file cannot be memory-mapped
+            return np.load(self.path, allow_pickle=False)
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+    def discard(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
 
 
 def write_prepared(
@@ -223,12 +314,15 @@ def write_prepared(
         if n == 0:
             raise DataError(f"{dataset}: split {split!r} is empty")
         for name, array in data.items():
-            array = np.asarray(array)
+            file = folder / split / f"{name}.npy"
+            in_place = _is_file_backed(array, file)
+            if not in_place:
+                array = np.asarray(array)
             if len(array) != n:
                 raise DataError(f"{dataset}: {split}/{name} has {len(array)} items, main has {n}")
             (folder / split).mkdir(parents=True, exist_ok=True)
-            file = folder / split / f"{name}.npy"
-            np.save(file, np.ascontiguousarray(array), allow_pickle=False)
+            if not in_place:
+                np.save(file, np.ascontiguousarray(array), allow_pickle=False)
             arrays_info[f"{split}/{name}"] = {
                 "sha256": sha256_file(file),
                 "shape": list(array.shape),

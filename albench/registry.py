@@ -24,6 +24,10 @@ T = TypeVar("T")
 # import are attributed to it rather than guessed from module names.
 _current_origin: list[str] = []
 
+#: Plugin files loaded into this process (resolved paths, in load order), so that executors can load
+#: the same files into their worker processes.
+loaded_plugin_files: list[str] = []
+
 
 @dataclass
 class Entry(Generic[T]):
@@ -182,3 +186,4 @@ def load_plugin_file(path: str | Path) -> None:
         raise AlbenchError(f"--plugin {path}: failed to import: {type(exc).__name__}: {exc}") from exc
     finally:
         _current_origin.pop()
+    loaded_plugin_files.append(str(resolved))

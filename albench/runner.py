@@ -58,6 +58,7 @@ class RunSink:
         self.metrics = metrics
 
     def start(self, spec: Mapping[str, Any]) -> None:
+        self.store.sweep_temporaries()
         self.store.write_spec(spec)
 
     def commit(self, record: Mapping[str, Any], diagnostics: Mapping[str, np.ndarray],

@@ -74,6 +74,15 @@ class RunStore:
     def write_spec(self, spec: Mapping[str, Any]) -> None:
         atomic_write_json(self.spec_path, dict(spec))
 
+    def sweep_temporaries(self) -> None:
+        """Delete temporary files left by a killed writer (they are never read, only untidy).
+
+        Called by the cell's single writer when it starts, so no live write is disturbed.
+        """
+        if self.dir.exists():
+            for tmp in self.dir.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
     def clear(self) -> None:
         """Forget every recorded round (``--force``)."""
         if self.dir.exists():

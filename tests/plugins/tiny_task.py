@@ -68,3 +68,10 @@ class TinyClassification:
     def predict(self, model, ids):
         with torch.inference_mode():
             return model(self.x["train"][ids]).softmax(1)
+
+
+@tasks.register("tiny-cls-b")
+class TinyClassificationB(TinyClassification):
+    """The same pool as tiny-cls with another learning rate: a second task sharing one data set."""
+
+    presets = {p: {"protocol": dict(_PROTOCOL), "params": {**_PARAMS, "lr": 0.2}} for p in ("smoke", "quick", "paper")}
