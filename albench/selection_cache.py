@@ -34,8 +34,10 @@ class Selection:
 class SelectionCache:
     """Selections on disk under ``<out>/selections/``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, not_before: float | None = None) -> None:
+        """``not_before`` (a ``time.time()``): ignore selections stored earlier (``--force`` runs)."""
         self.root = Path(root)
+        self.not_before = not_before
 
     def folder(self, spec: CellSpec, device_type: str) -> Path:
         return (
@@ -53,6 +55,8 @@ class SelectionCache:
     def get(self, spec: CellSpec, device_type: str, round_index: int, sha: str) -> Selection | None:
         meta_path, arrays_path = self._paths(spec, device_type, round_index, sha)
         if not meta_path.is_file():
+            return None
+        if self.not_before is not None and meta_path.stat().st_mtime < self.not_before:
             return None
         meta: dict[str, Any] = json.loads(meta_path.read_text())
         if meta.get("labelled_sha256") != sha:

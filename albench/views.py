@@ -29,8 +29,10 @@ def normalised_tensor(array: np.ndarray, norm: dict[str, Any] | None, device: to
     offset = float(norm["offset"]) if norm else 0.0
     chunk = max(1, (64 << 20) // max(1, int(np.prod(array.shape[1:])) * 4))
     for start in range(0, n, chunk):
-        block = torch.from_numpy(np.asarray(array[start : start + chunk], dtype=np.float32))
-        out[start : start + chunk, 0] = block.to(device, non_blocking=True).mul_(scale).add_(offset)
+        # The source may be a read-only memory map: copy into ``out`` first, then scale in place there.
+        target = out[start : start + chunk, 0]
+        target.copy_(torch.from_numpy(np.array(array[start : start + chunk], dtype=np.float32, copy=True)))
+        target.mul_(scale).add_(offset)
     return out
 
 
