@@ -130,13 +130,11 @@ def _print_run_summary(results: list[Any]) -> None:
 
 
 def _leaderboard(out: Path) -> None:
-    try:
-        from albench.leaderboard import build_leaderboard, print_summary
-    except ImportError:  # the leaderboard package is optional while it is being built
-        return
+    from albench.leaderboard import build_leaderboard, print_summary
+
     summary = build_leaderboard(out, console=stderr)
     print_summary(summary, stdout)
-    stdout.print(f"leaderboard: {Path(out) / 'leaderboard'}", highlight=False)
+    stdout.print(f"leaderboard: {Path(out) / 'leaderboard'} (open report.html in a browser)", highlight=False)
 
 
 @main.command()
@@ -144,11 +142,7 @@ def _leaderboard(out: Path) -> None:
 @handle_errors
 def leaderboard(out: Path) -> None:
     """Rebuild OUT/leaderboard/ (CSVs, plots, report.html) from every run under OUT/runs."""
-    from albench.leaderboard import build_leaderboard, print_summary
-
-    summary = build_leaderboard(out, console=stderr)
-    print_summary(summary, stdout)
-    stdout.print(f"leaderboard: {Path(out) / 'leaderboard'}", highlight=False)
+    _leaderboard(out)
 
 
 @main.command(name="list")
