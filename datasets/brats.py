@@ -50,6 +50,7 @@ from albench.prepared import (
     write_prepared,
 )
 from albench.datasets.common import (
+    fixed_protocol,
     BRATS_LABELS,
     PRESENCE_ORDER,
     Moments,
@@ -251,12 +252,7 @@ class BraTS:
 
     def protocol(self, preset: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
         """The paper's protocol, for every preset (smaller presets train less, not on other data)."""
-        protocol = dict(PROTOCOL)
-        for key, value in fixed.items():
-            if key not in protocol:
-                raise ConfigError(f"brats has no parameter {key!r} (it has: {', '.join(sorted(protocol))})")
-            protocol[key] = value
-        return protocol
+        return fixed_protocol(NAME, PROTOCOL, fixed)
 
     def prepare(self, *, cache: Path, params: Mapping[str, Any], root: Path | None = None, jobs: int = 1, force: bool = False) -> Path:
         """Validate ``root``, decode every HGG case and write the prepared set (see the module doc)."""

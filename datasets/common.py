@@ -191,6 +191,18 @@ def describe_found(folder: Path, limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def fixed_protocol(dataset: str, protocol: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """A real data set's protocol (the same for every preset) with the caller's fixed values."""
+    result = dict(protocol)
+    for key, value in fixed.items():
+        if key not in result:
+            from albench.errors import ConfigError
+
+            raise ConfigError(f"{dataset} has no parameter {key!r} (it has: {', '.join(sorted(result))})")
+        result[key] = value
+    return result
+
+
 def check_params(params: Mapping[str, Any], required: Iterable[str], dataset: str) -> None:
     """Fail early, with the key's name, when a protocol dict lacks a parameter the recipe needs."""
     missing = [key for key in required if key not in params]

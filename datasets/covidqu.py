@@ -35,7 +35,7 @@ import numpy as np
 from albench import datasets
 from albench.errors import ConfigError, DataError
 from albench.prepared import SPLITS, PreparedDataset, building, find_prepared, open_prepared, write_prepared
-from albench.datasets.common import check_params, describe_found, fingerprint, not_prepared_error, parallel_map
+from albench.datasets.common import fixed_protocol, check_params, describe_found, fingerprint, not_prepared_error, parallel_map
 
 NAME = "covidqu"
 SUBSET = "Infection Segmentation Data"
@@ -190,12 +190,7 @@ class CovidQU:
 
     def protocol(self, preset: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
         """The paper's protocol, for every preset."""
-        protocol = dict(PROTOCOL)
-        for key, value in fixed.items():
-            if key not in protocol:
-                raise ConfigError(f"covidqu has no parameter {key!r} (it has: {', '.join(sorted(protocol))})")
-            protocol[key] = value
-        return protocol
+        return fixed_protocol(NAME, PROTOCOL, fixed)
 
     def prepare(self, *, cache: Path, params: Mapping[str, Any], root: Path | None = None, jobs: int = 1, force: bool = False) -> Path:
         """Find the splits under ``root``, decode every pair and write the prepared set."""
