@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from albench import __version__
@@ -43,7 +44,7 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except AlbenchError as exc:
             if debug:
                 raise
-            stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             stderr.print("interrupted; re-run the same command to resume", highlight=False)
@@ -51,7 +52,7 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # a bug: say so briefly unless --debug
             if debug:
                 raise
-            stderr.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
+            stderr.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (re-run with --debug for the traceback)",
                          highlight=False, soft_wrap=True)
             sys.exit(2)
 

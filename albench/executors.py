@@ -79,6 +79,7 @@ class ChainJob:
     selections: dict[str, Selection]
     plugins: list[tuple[str, str]]
     threads: int | None = None
+    driver_host: str = ""
 
 
 @dataclass
@@ -189,9 +190,17 @@ def _forwarder(send: Put, index: int) -> Emit:
     return emit
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself if it survives pickling, else a RuntimeError that says what it was."""
-    where = f"in a worker (pid {os.getpid()} on {socket.gethostname()})"
+def _portable(exc: BaseException, driver_host: str = "") -> BaseException:
+    """The exception itself if it survives pickling, else a RuntimeError that says what it was.
+
+    A user error raised on another machine says which one (e.g. a prepared data set missing there).
+    """
+    host = socket.gethostname()
+    where = f"in a worker (pid {os.getpid()} on {host})"
+    original = exc
+    if isinstance(exc, AlbenchError) and driver_host and host != driver_host:
+        with contextlib.suppress(Exception):
+            exc = type(exc)(f"{exc} (on worker host {host})")
     try:
         copy = pickle.loads(pickle.dumps(exc))
         if type(copy) is not type(exc):
@@ -200,7 +209,7 @@ def _portable(exc: BaseException) -> BaseException:
     except Exception:
         portable = RuntimeError(f"{type(exc).__name__}: {exc}")
     if hasattr(portable, "add_note"):
-        portable.add_note(f"raised {where}:\n{''.join(traceback.format_exception(exc))}")
+        portable.add_note(f"raised {where}:\n{''.join(traceback.format_exception(original))}")
     return portable
 
 
@@ -222,7 +231,7 @@ def run_chain(job: ChainJob, put: Put) -> dict[str, Any]:
             run_cell(cell.spec, sink=ChannelSink(send, cell.index), done=cell.done, cache_dir=job.cache_dir,
                      selections=cache, emit=_forwarder(send, cell.index))
         except Exception as exc:
-            return {"status": "error", "index": cell.index, "error": _portable(exc)}
+            return {"status": "error", "index": cell.index, "error": _portable(exc, job.driver_host)}
     return {"status": "ok"}
 
 
@@ -392,7 +401,8 @@ class _Driver:
         self.current[chain] = attempt
         remote = self.backend.remote
         return ChainJob(chain, attempt, cells, str(self.cache_dir) if self.cache_dir else None,
-                        self._selections_for(cells) if remote else {}, self.plugins if remote else [])
+                        self._selections_for(cells) if remote else {}, self.plugins if remote else [],
+                        driver_host=socket.gethostname())
 
     def _release(self, indices: Iterable[int]) -> None:
         for index in indices:
@@ -517,8 +527,9 @@ def run_grid(
         elif jobs > 1:
             from albench.pool_executor import PoolBackend
 
-            backend = PoolBackend(jobs=jobs, device=cells[0].device if cells else "auto")
             chains = group_chains(cells)
+            # No more workers than chains: each costs a process start and a share of the CPUs.
+            backend = PoolBackend(jobs=max(1, min(jobs, len(chains))), device=cells[0].device if cells else "auto")
         else:
             backend = InProcessBackend(driver)
             chains = [[i] for i in range(len(cells))]  # grid order; reuse goes through the disk cache

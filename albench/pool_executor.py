@@ -49,6 +49,10 @@ def _init_worker(threads: int, gpu_queue: Any) -> None:
     torch.set_num_threads(threads)
 
 
+def _ready() -> int:
+    return os.getpid()
+
+
 def _pool_chain(job: ChainJob, channel: Any) -> dict[str, Any]:
     return run_chain(job, channel.put)
 
@@ -66,6 +70,10 @@ class PoolBackend:
         self.generation = 0
         self.futures: dict[cf.Future, tuple[ChainJob, int]] = {}
         self.pool = self._new_pool()
+        # Start every worker (spawn, import torch) before the driver claims any cell, so that cells
+        # are never held by this process while nothing runs them.
+        for future in [self.pool.submit(_ready) for _ in range(jobs)]:
+            future.result()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         gpu_queue = None

@@ -34,6 +34,7 @@ class PlainReporter:
     def __init__(self, console: Console, total_cells: int) -> None:
         self.console = console
         self.total = total_cells
+        self.started = 0
         self.finished = 0
 
     def __enter__(self) -> "PlainReporter":
@@ -46,18 +47,20 @@ class PlainReporter:
         kind, cell = event["event"], event["cell"]
         stamp = time.strftime("%H:%M:%S")
         if kind == "start":
+            self.started += 1
             note = f" (resuming at round {event['first_round']})" if event["first_round"] else ""
-            self.console.print(f"{stamp} [{self.finished + 1}/{self.total}] {cell}: {event['rounds']} rounds{note}", highlight=False)
+            self.console.print(f"{stamp} [{self.started}/{self.total}] {cell}: {event['rounds']} rounds{note}", highlight=False, markup=False)
         elif kind == "round":
-            self.console.print(f"{stamp} {cell} round {event['round']}: {_metric_text(event['record'])}", highlight=False)
+            self.console.print(f"{stamp} {cell} round {event['round']}: {_metric_text(event['record'])}", highlight=False, markup=False)
         elif kind == "reused":
-            self.console.print(f"{stamp} {cell} round {event['round']}: reused the stored task-agnostic selection", highlight=False)
+            self.console.print(f"{stamp} {cell} round {event['round']}: reused the stored task-agnostic selection", highlight=False, markup=False)
         elif kind in ("done", "skipped"):
             self.finished += 1
             if kind == "skipped":
-                self.console.print(f"{stamp} [{self.finished}/{self.total}] {cell}: already complete, skipped", highlight=False)
+                self.started += 1
+                self.console.print(f"{stamp} [{self.started}/{self.total}] {cell}: already complete, skipped", highlight=False, markup=False)
         elif kind == "message":
-            self.console.print(f"{stamp} {cell}: {event['text']}", highlight=False)
+            self.console.print(f"{stamp} {cell}: {event['text']}", highlight=False, markup=False)
 
 
 class RichReporter(PlainReporter):
