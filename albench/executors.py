@@ -307,7 +307,9 @@ class _Driver:
         self.emit = emit
         self.claims = claims
         self.stores = [RunStore(spec.run_dir(self.out)) for spec in cells]
-        self.disk = SelectionCache(self.out / "selections")
+        # --force also ignores selections stored before this run started (a fixed strategy must not
+        # be fed its old answers).
+        self.disk = SelectionCache(self.out / "selections", not_before=time.time() if force else None)
         self.claims_of: dict[int, Claim] = {}
         self.forced: set[int] = set()
         self.expected: dict[int, int] = {}

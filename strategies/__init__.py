@@ -11,3 +11,4 @@ names = registry.names
 entries = registry.entries
 
 from albench.strategies import full, random  # noqa: F401
+from albench.strategies import vaal  # noqa: F401,E402
