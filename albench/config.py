@@ -191,6 +191,9 @@ def _apply_overrides(cell: dict[str, Any], overrides: list[_Override]) -> None:
                 hit = _match_param(params, ov.key)
                 if hit:
                     targets.append((space, hit))
+            if len(targets) > 1:
+                options = " or ".join(f"{space}.{param}" for space, param in targets)
+                raise ConfigError(f"--set {ov.key}: ambiguous for {cell['task']}/{cell['strategy']}; write {options}")
         for space, param in targets:
             spaces[space][param] = coerce(ov.key, ov.value, spaces[space][param])
             ov.used = True

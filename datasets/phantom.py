@@ -48,7 +48,7 @@ from albench.datasets.common import (
 )
 
 #: Bump when the generator changes in a way that changes its output: it is part of the cache key.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_SEED = 20230101
 
 _BRAIN_SIZES: dict[str, dict[str, Any]] = {
@@ -321,18 +321,18 @@ def _chest_items(rng: np.random.Generator, labels: np.ndarray, size: int) -> tup
     img = img + body_w * 0.06 * np.clip((ribs - 0.2) / 0.8, 0, 1)
     img = img + lung_w * 0.018 * _bandpass(rng, n, size, 2.0, size / 6)  # vascular markings, every class
 
-    # class texture inside the lungs; severity varies down to almost nothing
-    severity = rng.uniform(0.3, 1.0, n).astype(np.float32)[:, None, None]
+    # class texture inside the lungs; severity varies, from faint to clear
+    severity = rng.uniform(0.45, 1.0, n).astype(np.float32)[:, None, None]
     covid = (labels == CHEST_CLASSES.index("COVID-19"))[:, None, None]
     other = (labels == CHEST_CLASSES.index("Non-COVID"))[:, None, None]
     periphery = np.clip(1 - lungs_d / 0.06, 0, 1) * lung_w * (0.6 + 0.8 * np.clip(vv + 0.1, 0, 1))
     glass = np.clip(_bandpass(rng, n, size, size / 10, size / 4), 0, None)
-    img = img + covid * severity * 0.30 * periphery * glass
+    img = img + covid * severity * 0.42 * periphery * glass
     angle = rng.uniform(0, np.pi, n).astype(np.float32)
     streaks = _bandpass(rng, n, size, size / 12, size / 4, angle=angle, spread=0.25)
     side = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(np.float32)[:, None, None]
     focus = np.exp(-(((uu - side * 0.18) ** 2 + (vv - r(-0.1, 0.15)) ** 2) / (2 * r(0.05, 0.09) ** 2)))
-    img = img + other * severity * lung_w * (0.14 * np.abs(streaks) * (0.4 + focus) + 0.16 * focus)
+    img = img + other * severity * lung_w * (0.20 * np.abs(streaks) * (0.4 + focus) + 0.22 * focus)
 
     img = img * (1 + 0.15 * _lowfreq(rng, n, u, v, 2, 0.5, 1.5) * 0.3)  # exposure non-uniformity
     gamma = r(0.85, 1.15)

@@ -112,3 +112,13 @@ def test_run_store_commit_and_rebuild(tmp_path):
     assert (tmp_path / "run/diagnostics/round-0.npz").is_file()
     (tmp_path / "run/records/round-000.json").unlink()  # a gap: later records are not trusted
     assert store.records() == []
+
+
+def test_bare_override_shared_by_two_namespaces_must_be_qualified():
+    from albench.config import resolve_cells
+
+    with pytest.raises(ConfigError, match=r"--set lr: ambiguous .* write task.lr or strategy.lr"):
+        resolve_cells(tasks=["phantom-cls"], strategies=["vaal"], seeds=[0], overrides=["lr=0.1"])
+    cells = resolve_cells(tasks=["phantom-cls"], strategies=["vaal"], seeds=[0], overrides=["strategy.lr=0.5", "vae.epochs=3"])
+    assert cells[0].strategy_params["lr"] == 0.5 and cells[0].strategy_params["vae_epochs"] == 3
+    assert cells[0].task_params["lr"] != 0.5
