@@ -12,6 +12,7 @@ CPU presets (smaller input, narrower network, fewer epochs).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import torch
@@ -47,45 +48,39 @@ class _Adversarial:
         return f"{type(self).__name__}({params})"
 
 
-@strategies.register("mvaal", task_agnostic=True)
-class MVAAL(_Adversarial):
-    """Multimodal VAAL: beta-VAE with a second decoder for the auxiliary modality, WGAN-GP discriminator."""
+@strategies.register("vaal", task_agnostic=True)
+@dataclass
+class VAAL(_Adversarial):
+    """The paper's VAAL baseline: M-VAAL without the auxiliary decoder (same VAE, discriminator, WGAN-GP)."""
 
     presets: ClassVar[dict[str, dict[str, Any]]] = _CPU_PRESETS
 
-    def __init__(
-        self,
-        vae_epochs: int = 100,
-        image_size: int = 128,
-        latent_dim: int = 64,
-        batch_size: int = 16,
-        lr: float = 1e-4,
-        disc_lr: float | None = None,
-        gamma1: float = 1.0,
-        gamma2: float = 1.0,
-        gamma3: float | None = None,
-        beta: float = 1.0,
-        gp_lambda: float = 1.0,
-        width: int = 64,
-        score_batch_size: int = 256,
-        vae_steps: int = 2,
-        disc_steps: int = 1,
-    ) -> None:
-        self.vae_epochs = vae_epochs
-        self.image_size = image_size
-        self.latent_dim = latent_dim
-        self.batch_size = batch_size
-        self.lr = lr
-        self.disc_lr = disc_lr
-        self.gamma1 = gamma1
-        self.gamma2 = gamma2
-        self.gamma3 = gamma3
-        self.beta = beta
-        self.gp_lambda = gp_lambda
-        self.width = width
-        self.score_batch_size = score_batch_size
-        self.vae_steps = vae_steps
-        self.disc_steps = disc_steps
+    vae_epochs: int = 100
+    image_size: int = 128
+    latent_dim: int = 64
+    batch_size: int = 16
+    lr: float = 1e-4
+    disc_lr: float | None = None
+    gamma1: float = 1.0
+    gamma2: float = 1.0
+    beta: float = 1.0
+    gp_lambda: float = 1.0
+    width: int = 64
+    score_batch_size: int = 256
+    vae_steps: int = 2
+    disc_steps: int = 1
+
+    def _config(self) -> SamplerConfig:
+        shared = {f.name: getattr(self, f.name) for f in fields(VAAL)}
+        return SamplerConfig(**shared, gamma3=0.0, aux=False)
+
+
+@strategies.register("mvaal", task_agnostic=True)
+@dataclass
+class MVAAL(VAAL):
+    """Multimodal VAAL: beta-VAE with a second decoder for the auxiliary modality, WGAN-GP discriminator."""
+
+    gamma3: float | None = None
 
     @classmethod
     def params_for(cls, task_kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -97,83 +92,7 @@ class MVAAL(_Adversarial):
 
     def _config(self) -> SamplerConfig:
         gamma3 = self.gamma3 if self.gamma3 is not None else 1.0
-        return SamplerConfig(
-            vae_epochs=int(self.vae_epochs),
-            image_size=int(self.image_size),
-            latent_dim=int(self.latent_dim),
-            batch_size=int(self.batch_size),
-            lr=float(self.lr),
-            disc_lr=None if self.disc_lr is None else float(self.disc_lr),
-            gamma1=float(self.gamma1),
-            gamma2=float(self.gamma2),
-            gamma3=float(gamma3),
-            beta=float(self.beta),
-            gp_lambda=float(self.gp_lambda),
-            width=int(self.width),
-            score_batch_size=int(self.score_batch_size),
-            vae_steps=int(self.vae_steps),
-            disc_steps=int(self.disc_steps),
-            aux=True,
-        )
-
-
-@strategies.register("vaal", task_agnostic=True)
-class VAAL(_Adversarial):
-    """The paper's VAAL baseline: M-VAAL without the auxiliary decoder (same VAE, discriminator, WGAN-GP)."""
-
-    presets: ClassVar[dict[str, dict[str, Any]]] = _CPU_PRESETS
-
-    def __init__(
-        self,
-        vae_epochs: int = 100,
-        image_size: int = 128,
-        latent_dim: int = 64,
-        batch_size: int = 16,
-        lr: float = 1e-4,
-        disc_lr: float | None = None,
-        gamma1: float = 1.0,
-        gamma2: float = 1.0,
-        beta: float = 1.0,
-        gp_lambda: float = 1.0,
-        width: int = 64,
-        score_batch_size: int = 256,
-        vae_steps: int = 2,
-        disc_steps: int = 1,
-    ) -> None:
-        self.vae_epochs = vae_epochs
-        self.image_size = image_size
-        self.latent_dim = latent_dim
-        self.batch_size = batch_size
-        self.lr = lr
-        self.disc_lr = disc_lr
-        self.gamma1 = gamma1
-        self.gamma2 = gamma2
-        self.beta = beta
-        self.gp_lambda = gp_lambda
-        self.width = width
-        self.score_batch_size = score_batch_size
-        self.vae_steps = vae_steps
-        self.disc_steps = disc_steps
-
-    def _config(self) -> SamplerConfig:
-        return SamplerConfig(
-            vae_epochs=int(self.vae_epochs),
-            image_size=int(self.image_size),
-            latent_dim=int(self.latent_dim),
-            batch_size=int(self.batch_size),
-            lr=float(self.lr),
-            disc_lr=None if self.disc_lr is None else float(self.disc_lr),
-            gamma1=float(self.gamma1),
-            gamma2=float(self.gamma2),
-            gamma3=0.0,
-            beta=float(self.beta),
-            gp_lambda=float(self.gp_lambda),
-            width=int(self.width),
-            score_batch_size=int(self.score_batch_size),
-            vae_steps=int(self.vae_steps),
-            disc_steps=int(self.disc_steps),
-            aux=False,
-        )
+        return replace(super()._config(), gamma3=float(gamma3), aux=True)
 
 
 @strategies.register("vaal-original", task_agnostic=True)
