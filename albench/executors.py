@@ -98,7 +98,7 @@ def chain_key(spec: CellSpec) -> tuple[Any, ...] | None:
     if not spec.task_agnostic or spec.reference:
         return None
     return (spec.dataset, protocol_hash(spec.dataset_params), spec.strategy, params_hash(spec.strategy_params),
-            spec.seed, spec.device)
+            spec.seed, spec.device, spec.protocol["budget"])
 
 
 def group_chains(cells: list[CellSpec], indices: Iterable[int] | None = None) -> list[list[int]]:

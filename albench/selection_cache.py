@@ -1,7 +1,7 @@
 """Reuse of task-agnostic selections across tasks that share a data set.
 
 A task-agnostic strategy (random, VAAL, M-VAAL) never sees the task model, so its selection in a
-round is a function of (data set, strategy parameters, seed, round, labelled set, device type).
+round is a function of (data set, strategy parameters, seed, round, budget, labelled set, device type).
 ``brats-wt`` and ``brats-ml`` share the pool and, per seed, the initial set, so the sampler of each
 round needs training only once: the first task to reach a round stores its selection here and the
 others load it. The key includes the sha256 of the labelled set, so a mismatch can never be reused.
@@ -43,7 +43,7 @@ class SelectionCache:
         return (
             self.root
             / f"{spec.dataset}-{protocol_hash(spec.dataset_params)}"
-            / f"{spec.strategy}-{params_hash(spec.strategy_params)}-{device_type}"
+            / f"{spec.strategy}-{params_hash(spec.strategy_params)}-{device_type}-budget{spec.protocol['budget']}"
             / f"seed-{spec.seed}"
         )
 

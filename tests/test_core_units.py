@@ -92,6 +92,7 @@ def test_selection_cache_roundtrip_and_keys(tmp_path):
     assert cache.get(spec, "cpu", 0, "cd" * 32) is None  # another labelled set
     assert cache.get(_spec(strategy_params={"p": 2}), "cpu", 0, "ab" * 32) is None
     assert cache.get(spec, "cuda", 0, "ab" * 32) is None
+    assert cache.get(_spec(protocol={"initial": 2, "budget": 3, "rounds": 1}), "cpu", 0, "ab" * 32) is None
     import time
 
     assert SelectionCache(tmp_path, not_before=time.time() + 10).get(spec, "cpu", 0, "ab" * 32) is None
