@@ -37,7 +37,7 @@ from albench.claims import Claim, ClaimKeeper, describe, holder
 from albench.config import CellSpec, params_hash
 from albench.errors import AlbenchError, ConfigError
 from albench.prepared import protocol_hash
-from albench.runner import RunSink, check_resumable, run_cell
+from albench.runner import RunSink, check_resumable, preflight, run_cell
 from albench.selection_cache import Selection, SelectionCache
 from albench.store import RunStore
 
@@ -514,6 +514,8 @@ def run_grid(
     if address and executor != "ray":
         raise ConfigError("--address is for --executor ray")
     out = Path(out)
+    if executor != "ray":  # Ray workers load data from their own nodes' caches, not the driver's
+        preflight(cells, cache_dir)
     # Check every cell before training anything, so a mismatched spec fails fast.
     if not force:
         for spec in cells:

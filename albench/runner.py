@@ -87,6 +87,32 @@ def check_resumable(spec: CellSpec, store: RunStore, *, force: bool) -> list[dic
     return records
 
 
+def check_fits(spec: CellSpec, pool_size: int) -> None:
+    """The initial set plus every round's budget must fit in the training pool."""
+    rounds = 0 if spec.reference else spec.protocol["rounds"]
+    needed = spec.protocol["initial"] + spec.protocol["budget"] * rounds
+    if not spec.reference and needed > pool_size:
+        raise ConfigError(
+            f"task {spec.task}: initial {spec.protocol['initial']} + {rounds} rounds x budget "
+            f"{spec.protocol['budget']} = {needed} exceeds the training pool of {pool_size} items"
+        )
+
+
+def preflight(cells: list[CellSpec], cache_dir: Path | None) -> None:
+    """Open every data set of the grid and check that each cell fits, before anything is written.
+
+    A missing prepared set or an oversized budget then fails with nothing created under ``--out``.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    pool_sizes: dict[tuple[str, str], int] = {}
+    for spec in cells:
+        key = (spec.dataset, protocol_hash(spec.dataset_params))
+        if key not in pool_sizes:
+            data = dataset_registry.get(spec.dataset).obj().load(cache=cache_dir, params=spec.dataset_params)
+            pool_sizes[key] = len(data.train)
+        check_fits(spec, pool_sizes[key])
+
+
 def initial_labelled(spec: CellSpec, pool_size: int) -> np.ndarray:
     """The seed's initial labelled set: the same for every strategy and every task of the data set."""
     if spec.reference:
@@ -139,12 +165,7 @@ def run_cell(
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     data = dataset_registry.get(spec.dataset).obj().load(cache=cache_dir, params=spec.dataset_params)
     pool_size = len(data.train)
-    needed = spec.protocol["initial"] + spec.protocol["budget"] * rounds
-    if not spec.reference and needed > pool_size:
-        raise ConfigError(
-            f"task {spec.task}: initial {spec.protocol['initial']} + {rounds} rounds x budget "
-            f"{spec.protocol['budget']} = {needed} exceeds the training pool of {pool_size} items"
-        )
+    check_fits(spec, pool_size)
     views = PoolViews(data, device)
     task = task_registry.get(spec.task).obj(data=data, params=dict(spec.task_params), views=views)
     strategy = strategy_registry.get(spec.strategy).obj(**spec.strategy_params)

@@ -144,7 +144,7 @@ def test_bad_overrides(cli, tmp_path, override, message):
                str(tmp_path), "--set", override, check=False)
     assert proc.returncode == 1
     assert message in proc.stderr
-    assert not list(tmp_path.rglob("records"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_override_is_applied_and_recorded(cli, tmp_path):
@@ -175,3 +175,13 @@ def test_task_agnostic_selection_is_reused_across_tasks(cli, tmp_path):
     assert proc.stderr.count("reused the stored task-agnostic selection") == 3
     assert _selected(out, "tiny-cls", "random", 0) == _selected(out, "tiny-cls-b", "random", 0)
     assert read_rounds(out / "runs/tiny-cls/random/seed-0/rounds.csv") != read_rounds(out / "runs/tiny-cls-b/random/seed-0/rounds.csv")
+
+
+def test_unprepared_real_data_set_stops_before_writing(cli, tmp_path):
+    out = tmp_path / "out"
+    proc = cli("run", "--strategy", "random", "--task", "brats-wt", "--seeds", "1", "--out", str(out),
+               "--cache", str(tmp_path / "empty-cache"), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(f"run: albench prepare brats --root DIR --cache {tmp_path / 'empty-cache'}")
+    assert proc.stderr.count("\n") == 1
+    assert not out.exists()
