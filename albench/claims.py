@@ -95,7 +95,8 @@ def _pid_state(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is running (a zombie counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -149,7 +150,7 @@ def stale_reason(info: dict[str, Any], mtime: float, timeout: float | None = Non
     if _same_machine(info) and isinstance(pid, int):
         if pid == os.getpid():
             return f"a leftover claim of this process (pid {pid})"
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return f"pid {pid} on {info.get('host')} is gone"
         start = _pid_start(pid)
         if info.get("pid_start") and start and start != info["pid_start"]:

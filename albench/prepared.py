@@ -32,6 +32,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from albench.claims import pid_alive
 from albench.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -178,16 +179,6 @@ def find_prepared(cache: Path, dataset: str, protocol: Mapping[str, Any]) -> Pat
 _OWNER = ".owner"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_abandoned(final: Path) -> None:
     """Delete temporary build folders of ``final`` whose builder process (on this host) is dead.
 
@@ -201,7 +192,7 @@ def _remove_abandoned(final: Path) -> None:
             owner_host, pid = (tmp / _OWNER).read_text().split()
         except (OSError, ValueError):
             continue
-        if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+        if owner_host == host and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
