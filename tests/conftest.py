@@ -26,6 +26,17 @@ def albench_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "albench.cli"]
 
 
+@pytest.fixture(scope="module")
+def cpu_determinism():
+    """One thread (the test machine has two cores) and deterministic algorithms, as the runner sets them."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One prepared-data cache for the whole session (phantom preparation is deterministic)."""
