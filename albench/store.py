@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from albench.errors import AlbenchError
-from albench.prepared import atomic_write_json, atomic_write_text
+from albench.prepared import atomic_file, atomic_write_json, atomic_write_text
 
 TIMING_COLUMNS = ("fit_seconds", "select_seconds", "peak_memory_mb")
 
@@ -39,17 +39,8 @@ def labelled_sha256(ids: Iterable[int]) -> str:
 
 
 def atomic_save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as handle:
+        np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 class RunStore:

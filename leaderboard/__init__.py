@@ -21,8 +21,6 @@ Every file is written through a temporary file and ``os.replace``, so a reader (
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -31,27 +29,12 @@ from rich.console import Console
 from rich.table import Table
 
 from albench.errors import AlbenchError
-from albench.prepared import atomic_write_text
+from albench.prepared import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["build_leaderboard", "print_summary"]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Binary twin of :func:`albench.prepared.atomic_write_text` (PNG files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_csv(path: Path, frame: pd.DataFrame, *, index: bool = False) -> None:
@@ -107,8 +90,8 @@ def build_leaderboard(out: Path, *, console: Console | None = None) -> pd.DataFr
             if fig is None:
                 continue
             rendered = render(fig)
-            _atomic_write_bytes(dest / f"{a.task}-{name}.png", rendered.png)
-            atomic_write_text(dest / f"{a.task}-{name}.svg", rendered.svg.decode("utf-8"))
+            atomic_write_bytes(dest / f"{a.task}-{name}.png", rendered.png)
+            atomic_write_bytes(dest / f"{a.task}-{name}.svg", rendered.svg)
             setattr(figures, "histogram" if name == "discriminator" else name, rendered.png)
         figures.captions["curves"] = (
             f"Mean ± SD (sample SD) of {a.primary_metric} over seeds {' '.join(map(str, a.seeds))}."
