@@ -191,6 +191,11 @@ def describe_found(folder: Path, limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
+#: uint8 images in [0, 255] to [-1, 1]: (x / 255 - 0.5) / 0.5 (METHOD.md, COVID-QU-Ex), as the
+#: manifest's ``stored * scale + offset``.
+UINT8_TO_UNIT = {"scale": 2 / 255, "offset": -1.0}
+
+
 def fixed_protocol(dataset: str, protocol: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
     """A real data set's protocol (the same for every preset) with the caller's fixed values."""
     result = dict(protocol)

@@ -35,7 +35,7 @@ import numpy as np
 from albench import datasets
 from albench.errors import ConfigError, DataError
 from albench.prepared import SPLITS, PreparedDataset, building, find_prepared, open_prepared, write_prepared
-from albench.datasets.common import fixed_protocol, check_params, describe_found, fingerprint, not_prepared_error, parallel_map
+from albench.datasets.common import UINT8_TO_UNIT, fixed_protocol, check_params, describe_found, fingerprint, not_prepared_error, parallel_map
 
 NAME = "covidqu"
 SUBSET = "Infection Segmentation Data"
@@ -224,11 +224,10 @@ class CovidQU:
                     "main": main, "aux": aux, "label": np.array([c for _, _, c in triples], np.int64),
                     "names": stems, "cases": stems,
                 }
-            unit = {"scale": 2 / 255, "offset": -1.0}
             extra = {
                 "modalities": {"main": "chest X-ray", "aux": "lung mask"},
                 "classes": list(CLASSES),
-                "normalisation": {"main": dict(unit), "aux": dict(unit)},
+                "normalisation": {"main": dict(UINT8_TO_UNIT), "aux": dict(UINT8_TO_UNIT)},
                 "sampler_crop": 1.0,
                 "image_size": list(size),
                 "class_counts": {s: np.bincount(arrays[s]["label"], minlength=len(CLASSES)).tolist() for s in SPLITS},

@@ -40,6 +40,7 @@ from albench import datasets
 from albench.errors import ConfigError
 from albench.prepared import SPLITS, PreparedDataset, building, find_prepared, open_prepared, write_prepared
 from albench.datasets.common import (
+    UINT8_TO_UNIT,
     PRESENCE_ORDER,
     Moments,
     clip_and_scale,
@@ -356,11 +357,10 @@ def _make_chest(params: Mapping[str, Any]) -> tuple[dict[str, dict[str, np.ndarr
             main[sl], aux[sl] = _chest_items(rng, labels[sl], size)
         names = np.array([f"chest-{split}-{i:05d}" for i in range(n)])
         out[split] = {"main": main, "aux": aux, "label": labels, "names": names, "cases": names}
-    unit = {"scale": 2 / 255, "offset": -1.0}
     extra = {
         "modalities": {"main": "X-ray-like", "aux": "lung mask"},
         "classes": list(CHEST_CLASSES),
-        "normalisation": {"main": dict(unit), "aux": dict(unit)},
+        "normalisation": {"main": dict(UINT8_TO_UNIT), "aux": dict(UINT8_TO_UNIT)},
         "sampler_crop": 1.0,
         "source": {"kind": "procedural phantom", "family": "chest", "generator_version": GENERATOR_VERSION},
     }

@@ -75,3 +75,22 @@ def run_files(out: Path) -> dict[str, object]:
         found[f"{rel}/rounds.csv"] = read_rounds(rounds)
         found[f"{rel}/selected.jsonl"] = (rounds.parent / "selected.jsonl").read_text()
     return found
+
+
+def nothing_prepared(cache: Path, dataset: str) -> bool:
+    """True when a failed prepare left nothing under ``<cache>/<dataset>``."""
+    folder = Path(cache) / dataset
+    return not folder.exists() or not any(folder.iterdir())
+
+
+def assert_prepare_refused(recipe, params, root: Path, cache: Path, fragments: list[str], dataset: str) -> None:
+    """A bad raw data set gives one DataError line containing ``fragments`` and writes nothing."""
+    from albench.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        recipe.prepare(cache=cache, params=params, root=root, jobs=1)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert nothing_prepared(cache, dataset)

@@ -21,6 +21,7 @@ from albench.datasets.common import split_counts
 from albench.datasets.synthetic import count_qualifying_slices, write_brats_layout
 from albench.errors import DataError
 from albench.prepared import SPLITS, open_prepared
+from conftest import assert_prepare_refused, nothing_prepared
 
 N_HGG = 8
 
@@ -56,11 +57,6 @@ def copy(layout, tmp_path) -> Path:
 
 def _case_file(top: Path, case: str, modality: str) -> Path:
     return next((top / "HGG" / case).glob(f"{case}_{modality}.nii*"))
-
-
-def _nothing_written(cache: Path) -> bool:
-    folder = cache / "brats"
-    return not folder.exists() or not any(folder.iterdir())
 
 
 def test_counts_match_an_independent_count(prepared, layout):
@@ -295,22 +291,14 @@ BREAKERS = {
 
 @pytest.mark.parametrize("breaker", list(BREAKERS), ids=list(BREAKERS))
 def test_bad_input_is_one_line_and_writes_nothing(recipe, params, copy, tmp_path, breaker):
-    expected = BREAKERS[breaker](copy)
-    cache = tmp_path / "cache"
-    with pytest.raises(DataError) as info:
-        recipe.prepare(cache=cache, params=params, root=copy, jobs=1)
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in expected:
-        assert fragment in message, (fragment, message)
-    assert _nothing_written(cache)
+    assert_prepare_refused(recipe, params, copy, tmp_path / "cache", BREAKERS[breaker](copy), "brats")
 
 
 def test_bad_input_in_a_worker_process(recipe, params, copy, tmp_path):
     expected = _break_labels(copy)
     with pytest.raises(DataError, match=expected[1]):
         recipe.prepare(cache=tmp_path, params=params, root=copy, jobs=2)
-    assert _nothing_written(tmp_path)
+    assert nothing_prepared(tmp_path, "brats")
 
 
 def test_root_that_is_the_hgg_folder(recipe, params, layout, tmp_path):
@@ -333,7 +321,7 @@ def test_cli_prepare_and_bad_input(layout, copy, tmp_path):
     assert bad.returncode == 1
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "_flair.nii" in lines[0] and "Traceback" not in bad.stderr
-    assert _nothing_written(tmp_path / "b")
+    assert nothing_prepared(tmp_path / "b", "brats")
 
 
 def test_killed_prepare_leaves_nothing_trusted(recipe, params, tmp_path):

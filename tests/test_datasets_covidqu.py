@@ -16,6 +16,7 @@ from albench import datasets
 from albench.datasets.synthetic import COVIDQU_CLASSES, INFECTION, LUNG, infection_split_root, write_covidqu_layout
 from albench.errors import DataError
 from albench.prepared import SPLITS, open_prepared
+from conftest import assert_prepare_refused, nothing_prepared
 
 SPLIT_DIRS = {"train": "Train", "val": "Val", "test": "Test"}
 
@@ -46,11 +47,6 @@ def prepared(recipe, params, layout, tmp_path_factory):
 @pytest.fixture
 def copy(layout, tmp_path) -> Path:
     return Path(shutil.copytree(layout, tmp_path / "raw" / layout.name))
-
-
-def _nothing_written(cache: Path) -> bool:
-    folder = cache / "covidqu"
-    return not folder.exists() or not any(folder.iterdir())
 
 
 def _files(top: Path, split: str, cls: str, kind: str = "images") -> list[Path]:
@@ -193,21 +189,13 @@ BREAKERS = {
 
 @pytest.mark.parametrize("breaker", list(BREAKERS), ids=list(BREAKERS))
 def test_bad_input_is_one_line_and_writes_nothing(recipe, params, copy, tmp_path, breaker):
-    expected = BREAKERS[breaker](copy)
-    cache = tmp_path / "cache"
-    with pytest.raises(DataError) as info:
-        recipe.prepare(cache=cache, params=params, root=copy, jobs=1)
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in expected:
-        assert fragment in message, (fragment, message)
-    assert _nothing_written(cache)
+    assert_prepare_refused(recipe, params, copy, tmp_path / "cache", BREAKERS[breaker](copy), "covidqu")
 
 
 def test_the_lung_subset_is_refused(recipe, params, layout, tmp_path):
     with pytest.raises(DataError, match="Lung Segmentation Data' subset"):
         recipe.prepare(cache=tmp_path, params=params, root=layout / LUNG / LUNG)
-    assert _nothing_written(tmp_path)
+    assert nothing_prepared(tmp_path, "covidqu")
 
 
 def test_cli_prepare_with_jobs_and_a_bad_png(layout, copy, tmp_path):
@@ -221,4 +209,4 @@ def test_cli_prepare_with_jobs_and_a_bad_png(layout, copy, tmp_path):
     assert bad.returncode == 1
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected[0] in lines[0], bad.stderr
-    assert _nothing_written(tmp_path / "b")
+    assert nothing_prepared(tmp_path / "b", "covidqu")
